@@ -1,7 +1,6 @@
 from __future__ import annotations
 
-from celery import Task, shared_task
-from django.db import close_old_connections
+from celery import shared_task
 
 from campaigns import services
 
@@ -12,11 +11,8 @@ def tick() -> None:
     services.run_tick()
 
 
-@shared_task(bind=True, ignore_result=True, acks_late=True)
-def send_deliveries(self: Task, delivery_ids: list[int]) -> None:
+@shared_task(ignore_result=True, acks_late=True)
+def send_deliveries(delivery_ids: list[int]) -> None:
     # Safe to run twice for the same ids (a redelivered task): the claim lets only one through.
-    # The connection is reused across tasks (CELERY_DB_REUSE_MAX); this applies CONN_MAX_AGE and
-    # the health check that Django would apply at the start of a request.
-    if not self.request.is_eager:
-        close_old_connections()
+    # A broken database connection is replaced before every task (config/celery.py).
     services.send_deliveries(delivery_ids=delivery_ids)

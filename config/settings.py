@@ -180,7 +180,8 @@ CELERY_BROKER_URL = env.str("CELERY_BROKER_URL", default=REDIS_URL)
 CELERY_TASK_IGNORE_RESULT = True
 CELERY_TASK_ACKS_LATE = True
 # Celery closes the database connection around every task unless told to reuse it; reconnecting
-# per task costs a PostgreSQL backend start. CONN_MAX_AGE and health checks still apply.
+# per task costs a PostgreSQL backend start. config/celery.py still drops a broken or old one
+# around each task (CONN_MAX_AGE, health checks), as Django does around each request.
 CELERY_DB_REUSE_MAX = env.int("CELERY_DB_REUSE_MAX", default=1000)
 CELERY_TASK_REJECT_ON_WORKER_LOST = False
 CELERY_WORKER_PREFETCH_MULTIPLIER = 4

@@ -84,6 +84,13 @@ def seed(n: int) -> tuple[str, list[str]]:
         Contact.objects.bulk_create(rows)
     ApiKey.objects.filter(workspace=workspace).delete()
     _, secret = ApiKey.issue(workspace=workspace, name="bench")
+    # A table in service has planner statistics (autovacuum keeps them); one just re-seeded, with
+    # the last run's rows deleted, has stale ones, and PostgreSQL then scans the whole workspace
+    # for a lookup by email (measured 61 ms instead of 14 ms for a 1,000-email batch read).
+    from django.db import connection
+
+    with connection.cursor() as cursor:
+        cursor.execute("VACUUM ANALYZE contacts_contact")
     emails = list(Contact.objects.filter(workspace=workspace).values_list("email", flat=True))
     return secret, emails
 

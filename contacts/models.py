@@ -7,7 +7,7 @@ from typing import Any
 
 from django.core.exceptions import ValidationError
 from django.db import models
-from django.db.models import F, OuterRef, Subquery, Sum, Value
+from django.db.models import F, OuterRef, Q, Subquery, Sum, Value
 from django.db.models.functions import Coalesce
 from django.utils import timezone
 from simple_history.models import HistoricalRecords
@@ -88,29 +88,34 @@ class Contact(models.Model):
         IMPORT = "import"
         ADMIN = "admin"
 
-    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="contacts")
+    # No index of its own: every composite index below starts with workspace_id.
+    workspace = models.ForeignKey(Workspace, on_delete=models.CASCADE, related_name="contacts", db_index=False)
     email = models.CharField(max_length=254)
     # Case-folded email: the unique key, so dedupe holds in the database on SQLite and PostgreSQL.
     email_key = models.CharField(max_length=254, editable=False)
     # suppression_hash(workspace, email): lets enrollment anti-join the suppression list in SQL.
+    # Not indexed: that join probes the suppression table's index, and the only lookups of a
+    # contact by hash (lifting a suppression) are rare admin actions; a 64-character random key
+    # was the costliest index of the table to keep up (docs/benchmarks.md).
     email_hash = models.CharField(max_length=64, editable=False, default="")
     name = models.CharField(max_length=200, blank=True)
     phone = models.CharField(max_length=32, blank=True, help_text="E.164, e.g. +35699123456")
-    phone_digits = models.CharField(max_length=32, blank=True, editable=False, db_index=True)
+    # Searched with `contains` (any spelling, any prefix), which no B-tree index serves.
+    phone_digits = models.CharField(max_length=32, blank=True, editable=False)
     company = models.CharField(max_length=200, blank=True)
     attributes = models.JSONField(default=dict, blank=True)
     # One of Source, or a form's name (`pricing_wizard`) so campaigns can filter on where people came from.
     source = models.CharField(max_length=64, default=Source.API)
     status = models.CharField(max_length=16, choices=Status.choices, default=Status.SUBSCRIBED)
-    unsubscribe_token = models.CharField(max_length=64, unique=True, default=new_unsubscribe_token, editable=False)
+    unsubscribe_token = models.CharField(max_length=64, default=new_unsubscribe_token, editable=False)
     # One of the workspace's `lifecycle_statuses` slugs; change it with crm.services.change_status
     # so the change lands on the timeline.
     lifecycle_status = models.CharField(max_length=64, default=DEFAULT_INITIAL_STATUS)
     notes = models.TextField(blank=True)
     # Archived contacts are finished customers: hidden from default lists and never enrolled.
-    archived_at = models.DateTimeField(null=True, blank=True, db_index=True)
+    archived_at = models.DateTimeField(null=True, blank=True)
     # Stripe's `cus_…` id, learned from webhooks; matches events that carry no email.
-    stripe_customer_id = models.CharField(max_length=255, blank=True, db_index=True, editable=False)
+    stripe_customer_id = models.CharField(max_length=255, blank=True, editable=False)
     created_at = models.DateTimeField(auto_now_add=True, db_index=True)
     updated_at = models.DateTimeField(auto_now=True)
 
@@ -119,11 +124,23 @@ class Contact(models.Model):
 
     class Meta:
         ordering = ["-created_at", "-id"]
-        constraints = [models.UniqueConstraint(fields=["workspace", "email_key"], name="contact_email_unique")]
+        # Every index is paid for on each insert and on each update that is not HOT, which is most
+        # of an import's and a batch upsert's database time: only what a query uses, and partial
+        # indexes for columns most rows leave empty (docs/benchmarks.md). A constraint rather than
+        # `unique=True` on the token: PostgreSQL would also get a LIKE index nobody queries.
+        constraints = [
+            models.UniqueConstraint(fields=["workspace", "email_key"], name="contact_email_unique"),
+            models.UniqueConstraint(fields=["unsubscribe_token"], name="contact_unsubscribe_token_unique"),
+        ]
         indexes = [
             models.Index(fields=["workspace", "status"], name="contact_ws_status"),
             models.Index(fields=["workspace", "lifecycle_status"], name="contact_ws_lifecycle"),
-            models.Index(fields=["workspace", "email_hash"], name="contact_ws_email_hash"),
+            models.Index(
+                fields=["workspace", "archived_at"], name="contact_ws_archived", condition=Q(archived_at__isnull=False)
+            ),
+            models.Index(
+                fields=["stripe_customer_id"], name="contact_stripe_customer", condition=~Q(stripe_customer_id="")
+            ),
         ]
 
     def __str__(self) -> str:

@@ -27,7 +27,8 @@ from django.utils import timezone
 
 from contacts.models import Contact, new_unsubscribe_token
 from contacts.normalize import InvalidValue, clean_email, clean_phone, email_key, phone_digits
-from contacts.suppression import Suppression, suppression_hash
+from contacts.sql import jsonb, pg_execute, text_array
+from contacts.suppression import Suppression, suppression_hasher
 from crm.exports import unescape_cell
 from crm.models import Workspace
 
@@ -226,14 +227,14 @@ def _apply(current: dict[str, Any], row: ImportRow) -> bool:
     return changed
 
 
-def _new_values(row: ImportRow, *, workspace: Workspace, suppressed: bool) -> dict[str, Any]:
+def _new_values(row: ImportRow, *, initial_status: str, email_hash: str, suppressed: bool) -> dict[str, Any]:
     phone = row.values.get("phone", "")
     status = row.values.get("status", Contact.Status.SUBSCRIBED)
     return {
         "email": row.email,
         "email_key": row.key,
-        "email_hash": suppression_hash(workspace.pk, row.key),
-        "lifecycle_status": workspace.initial_status,
+        "email_hash": email_hash,
+        "lifecycle_status": initial_status,
         "name": row.values.get("name", ""),
         "phone": phone,
         "phone_digits": phone_digits(phone),
@@ -263,24 +264,22 @@ def upsert_chunk(*, workspace: Workspace, rows: Iterable[ImportRow], dry_run: bo
                 attributes={**earlier.attributes, **row.attributes},
             )
         by_key[row.key] = row
-    existing = {
-        values["email_key"]: values
-        for values in Contact.objects.filter(workspace=workspace, email_key__in=list(by_key)).values("id", *WRITTEN)
-    }
-    hashes = {suppression_hash(workspace.pk, key): key for key in by_key if key not in existing}
-    suppressed = {
-        hashes[h]
-        for h in Suppression.objects.filter(workspace=workspace, email_hash__in=list(hashes)).values_list(
-            "email_hash", flat=True
-        )
-    }
+    existing = _existing(workspace, list(by_key))
+    hash_of = suppression_hasher(workspace.pk)
+    hashes = {key: hash_of(key) for key in by_key if key not in existing}
+    initial_status = workspace.initial_status
+    suppressed = Suppression.objects.hashes_in(workspace_id=workspace.pk, hashes=list(hashes.values()))
     new: list[dict[str, Any]] = []
     changed: list[dict[str, Any]] = []
     unchanged = 0
     for key, row in by_key.items():
         current = existing.get(key)
         if current is None:
-            new.append(_new_values(row, workspace=workspace, suppressed=key in suppressed))
+            email_hash = hashes[key]
+            suppressed_now = email_hash in suppressed
+            new.append(
+                _new_values(row, initial_status=initial_status, email_hash=email_hash, suppressed=suppressed_now)
+            )
         elif _apply(current, row):
             changed.append(current)
         else:
@@ -292,6 +291,24 @@ def upsert_chunk(*, workspace: Workspace, rows: Iterable[ImportRow], dry_run: bo
             else:
                 _write_orm(workspace, new, changed)
     return len(new), len(changed), unchanged
+
+
+def _existing(workspace: Workspace, keys: list[str]) -> dict[str, dict[str, Any]]:
+    """The stored WRITTEN values (and id) of the contacts among `keys`, by email key."""
+    if connection.vendor != "postgresql":
+        rows = Contact.objects.filter(workspace=workspace, email_key__in=keys).values("id", *WRITTEN)
+        return {values["email_key"]: values for values in rows}
+    meta = Contact._meta
+    names = ["id", *WRITTEN]
+    columns = ", ".join(connection.ops.quote_name(meta.get_field(name).column) for name in names)
+    array, param = text_array(keys)
+    sql = f"SELECT {columns} FROM {meta.db_table} WHERE workspace_id = %s AND email_key = ANY({array})"  # noqa: S608
+    out = {}
+    for row in pg_execute(sql, [workspace.pk, param], fetch=True):
+        values = dict(zip(names, row, strict=True))
+        values["attributes"] = jsonb(values["attributes"])
+        out[values["email_key"]] = values
+    return out
 
 
 def _write_orm(workspace: Workspace, new: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:

@@ -6,7 +6,7 @@ import pytest
 from django.test import override_settings
 
 from contacts.models import Contact
-from contacts.suppression import Suppression, is_suppressed, suppression_hash
+from contacts.suppression import Suppression, is_suppressed, suppression_hash, suppression_hasher
 from contacts.unsubscribe import suppress_address, unsubscribe
 from crm.models import Activity, Workspace
 from tests.factories import ContactFactory, DeliveryFactory
@@ -27,6 +27,13 @@ def test_the_hash_is_keyed_and_ignores_case_and_spaces() -> None:
 
 def test_the_hash_differs_between_workspaces() -> None:
     assert suppression_hash(1, "ana@example.com") != suppression_hash(2, "ana@example.com")
+
+
+def test_the_bulk_hasher_gives_the_same_hashes_as_the_single_one() -> None:
+    hash_of = suppression_hasher(3)
+    for email in (" Ana@Example.COM ", "bob@example.com", "zoë@exämple.de"):
+        assert hash_of(email) == suppression_hash(3, email)
+    assert hash_of("ana@example.com") != suppression_hasher(4)("ana@example.com")
 
 
 def test_contacts_carry_their_address_hash(workspace: Workspace) -> None:
@@ -94,6 +101,17 @@ def test_suppressed_hashes_queryset_lists_only_that_workspace(workspace: Workspa
     suppress_address(workspace=other_workspace, email="b@example.com", reason="manual", source="t")
     hashes = {row["email_hash"] for row in Suppression.objects.for_workspace(workspace).hashes()}
     assert hashes == {suppression_hash(workspace.pk, "a@example.com")}
+
+
+def test_hashes_in_answers_for_one_workspace_only(workspace: Workspace, other_workspace: Workspace) -> None:
+    suppress_address(workspace=workspace, email="a@example.com", reason="manual", source="t")
+    suppress_address(workspace=other_workspace, email="b@example.com", reason="manual", source="t")
+    asked = [suppression_hash(workspace.pk, email) for email in ("a@example.com", "b@example.com", "c@example.com")]
+
+    found = Suppression.objects.hashes_in(workspace_id=workspace.pk, hashes=asked)
+
+    assert found == {suppression_hash(workspace.pk, "a@example.com")}
+    assert Suppression.objects.hashes_in(workspace_id=workspace.pk, hashes=[]) == set()
 
 
 def test_the_engine_never_enrolls_a_suppressed_address_even_if_marked_subscribed(workspace: Workspace) -> None:

@@ -12,6 +12,7 @@ from django.test.utils import CaptureQueriesContext
 
 from contacts.models import Contact
 from contacts.normalize import InvalidValue, clean_email
+from contacts.suppression import suppression_hash
 from crm import imports
 from crm.imports import ImportFailed, clean_import_email, import_contacts
 from crm.models import Workspace
@@ -244,7 +245,12 @@ def test_a_contact_created_by_someone_else_mid_import_is_updated_not_an_error(wo
     # write must fall back to an upsert rather than fail the chunk.
     ContactFactory(workspace=workspace, email="ana@example.com", name="Raced")
     row = imports.ImportRow(email="ana@example.com", key="ana@example.com", values={"name": "Ana"}, attributes={})
-    fresh = imports._new_values(row, workspace=workspace, suppressed=False)
+    fresh = imports._new_values(
+        row,
+        initial_status=workspace.initial_status,
+        email_hash=suppression_hash(workspace.pk, "ana@example.com"),
+        suppressed=False,
+    )
 
     if connection.vendor == "postgresql":
         imports._write_postgresql(workspace, [fresh], [])

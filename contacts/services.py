@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from datetime import datetime
 from typing import Any, Literal
 
 from django.db import IntegrityError, connection, transaction
@@ -251,8 +252,9 @@ def _insert_postgresql(contacts: list[Contact]) -> list[tuple[int, str]]:
     table = Contact._meta.db_table
     fields = [Contact._meta.get_field(name) for name in _INSERT_COLUMNS]
     columns = [field.column for field in fields]
-    arrays = [_pg_array(_pg_kind(field)) for field in fields]
-    params = [_pg_values(field, contacts) for field in fields]
+    columns_sql = [_pg_param(_pg_kind(field), _pg_values(field, contacts)) for field in fields]
+    arrays = [array for array, _ in columns_sql]
+    params = [param for _, param in columns_sql]
     sql = (
         f"INSERT INTO {table} ({', '.join(columns)}) SELECT * FROM unnest({', '.join(arrays)}) "  # noqa: S608
         "ON CONFLICT (workspace_id, email_key) DO NOTHING RETURNING id, email_key"
@@ -299,9 +301,12 @@ _PG_COLUMNS = [
 def _update_postgresql(contacts: list[Contact]) -> None:
     table = Contact._meta.db_table
     assignments = ", ".join(f"{column} = v.{column}" for column, _ in _PG_COLUMNS)
-    arrays = ", ".join(["%s::bigint[]", *(_pg_array(kind) for _, kind in _PG_COLUMNS)])
+    columns = [
+        _pg_param(kind, values) for (_, kind), values in zip(_PG_COLUMNS, _pg_column_values(contacts), strict=True)
+    ]
+    arrays = ", ".join(["%s::bigint[]", *(array for array, _ in columns)])
     names = ", ".join(["id", *(column for column, _ in _PG_COLUMNS)])
-    params = [[contact.pk for contact in contacts], *_pg_column_values(contacts)]
+    params = [[contact.pk for contact in contacts], *(param for _, param in columns)]
     sql = f"UPDATE {table} AS c SET {assignments} FROM unnest({arrays}) AS v({names}) WHERE c.id = v.id"  # noqa: S608
     pg_execute(sql, params, fetch=False)
 
@@ -320,6 +325,21 @@ def _pg_values(field: Any, contacts: list[Contact]) -> list[Any]:
 
 def _pg_array(kind: str) -> str:
     return "%s::text[]::jsonb[]" if kind == "jsonb" else f"%s::{kind}[]"
+
+
+def _pg_param(kind: str, values: list[Any]) -> tuple[str, Any]:
+    """(array SQL, parameter) for one column. Every column travels as one joined string that
+    PostgreSQL splits and casts (see contacts/sql.py): dumping a list of 1,000 values element by
+    element was a third of a batch's time in Python. A column with a NULL keeps the list."""
+    if kind in ("text", "jsonb") or kind.startswith("varchar"):
+        return text_array(values, cast=kind)
+    if all(isinstance(value, datetime) for value in values):
+        return text_array([value.isoformat() for value in values], cast=kind)
+    if all(type(value) is int for value in values):
+        return text_array([str(value) for value in values], cast=kind)
+    if all(type(value) is bool for value in values):
+        return text_array(["t" if value else "f" for value in values], cast=kind)
+    return _pg_array(kind), values
 
 
 def _pg_column_values(contacts: list[Contact]) -> list[list[Any]]:

@@ -4,7 +4,7 @@ import pytest
 from django.db import connection
 
 from contacts.models import Contact
-from contacts.sql import fetch_instances, pg_execute
+from contacts.sql import fetch_instances, pg_execute, text_array
 from crm.models import Workspace
 from tests.factories import ContactFactory
 
@@ -43,3 +43,16 @@ def test_an_array_parameter_carries_thousands_of_values(workspace: Workspace) ->
     )
 
     assert rows == [("ana@example.com",)]
+
+
+@pytest.mark.parametrize(
+    "values",
+    [["a", "b,c", "", "d'e"], [""], ["x\x1fy", "z"], ['{"plan": "pro"}'], ["", ""]],
+    ids=["plain", "one-empty", "separator-inside", "one", "two-empty"],
+)
+def test_a_text_array_round_trips_every_value(values: list[str]) -> None:
+    array, param = text_array(values)
+
+    (row,) = pg_execute(f"SELECT {array}", [param], fetch=True)
+
+    assert row[0] == values

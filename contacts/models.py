@@ -96,7 +96,7 @@ class Contact(models.Model):
     # suppression_hash(workspace, email): lets enrollment anti-join the suppression list in SQL.
     # Not indexed: that join probes the suppression table's index, and the only lookups of a
     # contact by hash (lifting a suppression) are rare admin actions; a 64-character random key
-    # was the costliest index of the table to keep up (docs/benchmarks.md).
+    # was the costliest index of the table to keep up (docs/api.md).
     email_hash = models.CharField(max_length=64, editable=False, default="")
     name = models.CharField(max_length=200, blank=True)
     phone = models.CharField(max_length=32, blank=True, help_text="E.164, e.g. +35699123456")
@@ -126,7 +126,7 @@ class Contact(models.Model):
         ordering = ["-created_at", "-id"]
         # Every index is paid for on each insert and on each update that is not HOT, which is most
         # of an import's and a batch upsert's database time: only what a query uses, and partial
-        # indexes for columns most rows leave empty (docs/benchmarks.md). A constraint rather than
+        # indexes for columns most rows leave empty (docs/api.md). A constraint rather than
         # `unique=True` on the token: PostgreSQL would also get a LIKE index nobody queries.
         constraints = [
             models.UniqueConstraint(fields=["workspace", "email_key"], name="contact_email_unique"),

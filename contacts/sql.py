@@ -34,7 +34,8 @@ def pg_execute(sql: str, params: list[Any], *, fetch: bool) -> list[Any]:
             connection.queries_log.append({"sql": sql, "time": f"{time.monotonic() - started:.3f}"})
 
 
-# The unit separator: validation refuses control characters in every text field, and JSON escapes them.
+# The unit separator: a control character that real names and addresses do not hold (and that JSON
+# escapes); a value that does hold it makes text_array fall back to a list.
 SEPARATOR = "\x1f"
 
 
@@ -56,18 +57,29 @@ def jsonb(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str | bytes) else value
 
 
-def fetch_instances(model: type[M], where: str, params: list[Any], *, suffix: str = "") -> list[M]:
-    """Model instances for `SELECT <every column> FROM <table> WHERE <where> <suffix>`."""
-    fields = model._meta.concrete_fields
+def fetch_rows(
+    model: type[Model], fields: list[Any], where: str, params: list[Any], *, suffix: str = ""
+) -> list[list[Any]]:
+    """`SELECT <fields> FROM <table> WHERE <where> <suffix>`, each row a list in `fields` order,
+    with JSON columns decoded as the ORM would."""
     columns = ", ".join(connection.ops.quote_name(field.column) for field in fields)
     table = connection.ops.quote_name(model._meta.db_table)
     rows = pg_execute(f"SELECT {columns} FROM {table} WHERE {where} {suffix}", params, fetch=True)  # noqa: S608
-    names = [field.attname for field in fields]
     json_at = [i for i, field in enumerate(fields) if field.get_internal_type() == "JSONField"]
     out = []
     for row in rows:
         values = list(row)
         for i in json_at:
             values[i] = jsonb(values[i])
-        out.append(model.from_db(connection.alias, names, values))
+        out.append(values)
     return out
+
+
+def fetch_instances(model: type[M], where: str, params: list[Any], *, suffix: str = "") -> list[M]:
+    """Model instances for `SELECT <every column> FROM <table> WHERE <where> <suffix>`."""
+    fields = list(model._meta.concrete_fields)
+    names = [field.attname for field in fields]
+    return [
+        model.from_db(connection.alias, names, values)
+        for values in fetch_rows(model, fields, where, params, suffix=suffix)
+    ]

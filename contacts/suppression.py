@@ -19,6 +19,7 @@ from django.db.models import Exists, OuterRef
 from django.utils import timezone
 
 from contacts.normalize import email_key
+from contacts.sql import pg_execute, text_array
 from crm.models import Workspace
 
 
@@ -28,8 +29,7 @@ def suppression_hash(workspace_id: int, email: str) -> str:
     The workspace id is inside the hash so two workspaces' lists cannot be joined to learn that the
     same person left both.
     """
-    message = f"{workspace_id}:{email_key(email)}".encode()
-    return hmac.new(settings.SUPPRESSION_KEY.encode(), message, hashlib.sha256).hexdigest()
+    return suppression_hasher(workspace_id)(email)
 
 
 def suppression_hasher(workspace_id: int) -> Callable[[str], str]:
@@ -80,8 +80,6 @@ class SuppressionQuerySet(models.QuerySet["Suppression"]):
         if not hashes:
             return set()
         if connection.vendor == "postgresql":
-            from contacts.sql import pg_execute, text_array
-
             table = connection.ops.quote_name(self.model._meta.db_table)
             array, param = text_array(hashes)
             sql = f"SELECT email_hash FROM {table} WHERE workspace_id = %s AND email_hash = ANY({array})"  # noqa: S608

@@ -27,7 +27,7 @@ from django.utils import timezone
 
 from contacts.models import Contact, new_unsubscribe_token
 from contacts.normalize import InvalidValue, clean_email, clean_phone, email_key, phone_digits
-from contacts.sql import jsonb, pg_execute, text_array
+from contacts.sql import fetch_rows, text_array
 from contacts.suppression import Suppression, suppression_hasher
 from crm.exports import unescape_cell
 from crm.models import Workspace
@@ -298,17 +298,15 @@ def _existing(workspace: Workspace, keys: list[str]) -> dict[str, dict[str, Any]
     if connection.vendor != "postgresql":
         rows = Contact.objects.filter(workspace=workspace, email_key__in=keys).values("id", *WRITTEN)
         return {values["email_key"]: values for values in rows}
-    meta = Contact._meta
     names = ["id", *WRITTEN]
-    columns = ", ".join(connection.ops.quote_name(meta.get_field(name).column) for name in names)
     array, param = text_array(keys)
-    sql = f"SELECT {columns} FROM {meta.db_table} WHERE workspace_id = %s AND email_key = ANY({array})"  # noqa: S608
-    out = {}
-    for row in pg_execute(sql, [workspace.pk, param], fetch=True):
-        values = dict(zip(names, row, strict=True))
-        values["attributes"] = jsonb(values["attributes"])
-        out[values["email_key"]] = values
-    return out
+    rows = fetch_rows(
+        Contact,
+        [Contact._meta.get_field(name) for name in names],
+        f"workspace_id = %s AND email_key = ANY({array})",
+        [workspace.pk, param],
+    )
+    return {values["email_key"]: values for values in (dict(zip(names, row, strict=True)) for row in rows)}
 
 
 def _write_orm(workspace: Workspace, new: list[dict[str, Any]], changed: list[dict[str, Any]]) -> None:
